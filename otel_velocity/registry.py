@@ -1,0 +1,167 @@
+"""The velocity registry: route windows per service, with a cap on rows.
+
+One registry is the aggregation engine for both homes of the data: the span processor feeds it
+from SDK spans inside an app, and the service feeds it from OTLP spans. Its clock is injected, so
+tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from otel_velocity.routes import OVERFLOW_KEY, RouteKey
+from otel_velocity.windows import RouteWindow, WindowSettings, WindowStats
+
+Clock = Callable[[], float]
+
+DEFAULT_MAX_ROUTES = 1000
+DEFAULT_MAX_SERVICES = 100
+OVERFLOW_SERVICE = "(other services)"
+UNKNOWN_SERVICE = "unknown_service"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStats:
+    """One row of the velocity table."""
+
+    service: str
+    key: RouteKey
+    window: WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class OverflowCounts:
+    """Requests that went to an overflow row because a cap was reached."""
+
+    routes: int
+    spans: int
+    services: int
+
+
+class _ServiceTable:
+    __slots__ = ("overflow_keys", "overflow_spans", "windows")
+
+    def __init__(self) -> None:
+        self.windows: dict[RouteKey, RouteWindow] = {}
+        self.overflow_spans = 0
+        self.overflow_keys: set[RouteKey] = set()
+
+
+class VelocityRegistry:
+    """Per-service, per-route windows behind one lock.
+
+    ``record`` holds the lock for a dictionary lookup and one bucket update, so threads that
+    serve requests never wait long. Rows are capped at ``max_routes`` per service and
+    ``max_services`` services; what does not fit is counted in an overflow row. A route with
+    no request for the whole retained history is dropped when the table is read.
+    """
+
+    def __init__(
+        self,
+        settings: WindowSettings | None = None,
+        *,
+        max_routes: int = DEFAULT_MAX_ROUTES,
+        max_services: int = DEFAULT_MAX_SERVICES,
+        clock: Clock = time.time,
+    ) -> None:
+        if max_routes < 1:
+            raise ValueError(f"max_routes must be at least 1, got {max_routes!r}")
+        if max_services < 1:
+            raise ValueError(f"max_services must be at least 1, got {max_services!r}")
+
+        self.settings = settings or WindowSettings()
+        self.max_routes = max_routes
+        self.max_services = max_services
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tables: dict[str, _ServiceTable] = {}
+        self._overflow_services = 0
+        self.started_s = clock()
+
+    def record(
+        self,
+        service: str,
+        key: RouteKey,
+        duration_ms: float,
+        is_error: bool,
+        status_code: int | None = None,
+        trace_id: int = 0,
+        span_id: int = 0,
+    ) -> None:
+        """Count one finished request of ``key`` in ``service``."""
+        now_s = self._clock()
+        with self._lock:
+            table = self._tables.get(service)
+            if table is None:
+                table = self._new_table(service)
+                if table is None:
+                    self._overflow_services += 1
+                    service = OVERFLOW_SERVICE
+                    table = self._tables[OVERFLOW_SERVICE]
+
+            window = table.windows.get(key)
+            if window is None:
+                window = self._new_window(table, key, now_s)
+            window.record(now_s, duration_ms, is_error, status_code, trace_id, span_id)
+
+    def rows(self, service: str | None = None) -> list[RouteStats]:
+        """Compute every row, or the rows of one service, at the current time."""
+        now_s = self._clock()
+        rows = []
+        with self._lock:
+            for service_name, table in self._tables.items():
+                if service is not None and service_name != service:
+                    continue
+                for key, window in list(table.windows.items()):
+                    if window.is_idle(now_s):
+                        del table.windows[key]
+                        continue
+                    rows.append(RouteStats(service_name, key, window.stats(now_s, self.started_s)))
+        return rows
+
+    def services(self) -> list[str]:
+        with self._lock:
+            return sorted(name for name, table in self._tables.items() if table.windows)
+
+    def overflow(self) -> OverflowCounts:
+        with self._lock:
+            return OverflowCounts(
+                routes=sum(len(t.overflow_keys) for t in self._tables.values()),
+                spans=sum(t.overflow_spans for t in self._tables.values()),
+                services=self._overflow_services,
+            )
+
+    def retained_bytes(self) -> int:
+        """Estimate the memory retained by all windows."""
+        with self._lock:
+            return sum(
+                window.retained_bytes()
+                for table in self._tables.values()
+                for window in table.windows.values()
+            )
+
+    def _new_table(self, service: str) -> _ServiceTable | None:
+        if len(self._tables) >= self.max_services:
+            self._tables.setdefault(OVERFLOW_SERVICE, _ServiceTable())
+            return None
+        table = _ServiceTable()
+        self._tables[service] = table
+        return table
+
+    def _new_window(self, table: _ServiceTable, key: RouteKey, now_s: float) -> RouteWindow:
+        route_rows = len(table.windows) - (OVERFLOW_KEY in table.windows)
+        if route_rows >= self.max_routes:
+            table.overflow_spans += 1
+            # The set of distinct overflowed keys is bounded like the rows themselves.
+            if len(table.overflow_keys) < self.max_routes:
+                table.overflow_keys.add(key)
+            key = OVERFLOW_KEY
+
+        window = table.windows.get(key)
+        if window is None:
+            window = RouteWindow(self.settings, now_s)
+            table.windows[key] = window
+        return window
