@@ -21,6 +21,7 @@ DEFAULT_MAX_ROUTES = 1000
 DEFAULT_MAX_SERVICES = 100
 OVERFLOW_SERVICE = "(other services)"
 UNKNOWN_SERVICE = "unknown_service"
+MAX_TRACKED_OVERFLOW_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,10 @@ class RouteStats:
 
 @dataclass(frozen=True, slots=True)
 class OverflowCounts:
-    """Requests that went to an overflow row because a cap was reached."""
+    """Requests that went to an overflow row because a cap was reached.
+
+    ``routes`` counts distinct overflowed route keys per service up to 10,000 each.
+    """
 
     routes: int
     spans: int
@@ -155,8 +159,8 @@ class VelocityRegistry:
         route_rows = len(table.windows) - (OVERFLOW_KEY in table.windows)
         if route_rows >= self.max_routes:
             table.overflow_spans += 1
-            # The set of distinct overflowed keys is bounded like the rows themselves.
-            if len(table.overflow_keys) < self.max_routes:
+            # Distinct overflowed keys are tracked up to a bound, so the count is a lower bound.
+            if len(table.overflow_keys) < MAX_TRACKED_OVERFLOW_KEYS:
                 table.overflow_keys.add(key)
             key = OVERFLOW_KEY
 
