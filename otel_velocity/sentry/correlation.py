@@ -51,7 +51,7 @@ class SentryCorrelation:
         self, span: ReadableSpan, key: RouteKey, status_code: int | None, is_error: bool
     ) -> None:
         request = current_request.get()
-        if request is not None and request.span is span:
+        if request is not None and request.is_for(span):
             request.status_code = status_code
             request.ended = True
         else:

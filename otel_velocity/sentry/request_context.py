@@ -26,6 +26,11 @@ class RequestContext:
     ended: bool = False
     exception_captured: bool = False
 
+    def is_for(self, span: ReadableSpan) -> bool:
+        """Return whether ``span`` is this request's span; ``on_end`` receives a copy of it."""
+        mine, theirs = self.span.context, span.context
+        return mine is not None and theirs is not None and mine.span_id == theirs.span_id
+
     @property
     def route_key(self) -> RouteKey:
         """Read the route from the live span: some frameworks set ``http.route`` after start."""
