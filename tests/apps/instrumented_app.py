@@ -4,6 +4,7 @@ test-only read-out endpoints, which report what the library built in this proces
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -57,6 +58,20 @@ async def message(user_id: str) -> dict[str, str]:
     sentry_sdk.capture_message(f"handled message for {user_id}")
     span = trace.get_current_span().get_span_context()
     return {"trace_id": format(span.trace_id, "032x")}
+
+
+@app.get("/left/{n}")
+async def left(n: int) -> dict[str, str]:
+    await asyncio.sleep(0.02 * (n % 3))
+    sentry_sdk.capture_message(f"from left {n}")
+    return {"trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x")}
+
+
+@app.get("/right/{n}")
+def right(n: int) -> dict[str, str]:
+    time.sleep(0.02 * (n % 3))
+    sentry_sdk.capture_message(f"from right {n}")
+    return {"trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x")}
 
 
 @app.get("/propagation")

@@ -7,6 +7,7 @@ with a one-minute delay, so they reach the sinks only through the SIGTERM flush.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class Scenario:
     message_trace_id: str = ""
     propagation: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    concurrent_traces: dict[str, str] = field(default_factory=dict)
     output: str = ""
 
     def events_for(self, route: str) -> list[dict[str, Any]]:
@@ -53,6 +55,24 @@ class Scenario:
 
     def server_spans(self) -> list[Any]:
         return [s for s in self.sink.spans() if s.kind == 2]
+
+
+CONCURRENT = 24
+
+
+def _concurrent_requests(base_url: str) -> dict[str, str]:
+    """Send requests to an async and a sync route at once; return trace id per message."""
+
+    async def send_all() -> dict[str, str]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+            paths = [f"/{side}/{n}" for n in range(CONCURRENT // 2) for side in ("left", "right")]
+            responses = await asyncio.gather(*(client.get(path) for path in paths))
+        return {
+            f"from {path.split('/')[1]} {path.split('/')[2]}": response.json()["trace_id"]
+            for path, response in zip(paths, responses, strict=True)
+        }
+
+    return asyncio.run(send_all())
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +105,7 @@ def scenario() -> Iterator[Scenario]:
                     "/propagation",
                     headers={"traceparent": f"00-{INCOMING_TRACE_ID}-00f067aa0ba902b7-01"},
                 ).json()
+                concurrent_traces = _concurrent_requests(app.url)
                 rows = {row["key"]: row for row in client.get("/_test/velocity").json()}
                 setup = client.get("/_test/setup").json()
         finally:
@@ -93,7 +114,8 @@ def scenario() -> Iterator[Scenario]:
         result = Scenario(ingest, sink, rows, setup, statuses, message_trace_id, propagation)
         result.exit_code = exit_code
         result.output = app.output
-        ingest.wait_for(9, description="9 error and message events")
+        result.concurrent_traces = concurrent_traces
+        ingest.wait_for(9 + CONCURRENT, description="error and message events")
         yield result
 
 
@@ -234,7 +256,7 @@ def test_tags_survive_relay_normalizer(scenario: Scenario) -> None:
 
 def test_sigterm_flushes_batched_spans(scenario: Scenario) -> None:
     names = [span.name for span in scenario.server_spans() if "/_test/" not in span.name]
-    assert len(names) == len(REQUESTS) + 2
+    assert len(names) == len(REQUESTS) + 2 + CONCURRENT
     assert scenario.exit_code == -15
 
 
@@ -258,3 +280,16 @@ def test_traceparent_propagates_out(scenario: Scenario) -> None:
 
 def test_no_internal_faults_logged(scenario: Scenario) -> None:
     assert "otel-velocity:" not in scenario.output.replace("otel-velocity: installed", "")
+
+
+def test_concurrent_requests_keep_their_own_tags(scenario: Scenario) -> None:
+    events = {
+        event["message"]: event
+        for event in scenario.ingest.events()
+        if event.get("message", "").startswith("from ")
+    }
+    assert len(events) == CONCURRENT
+    for message, event in events.items():
+        side = message.split()[1]
+        assert event["tags"]["route"] == f"/{side}/{{n}}"
+        assert event["contexts"]["trace"]["trace_id"] == scenario.concurrent_traces[message]
