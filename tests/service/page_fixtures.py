@@ -261,7 +261,9 @@ def velocity_server(velocity_server_session: VelocityServer) -> VelocityServer:
 def chromium_browser() -> Iterator[Any]:
     """Headless Debian Chromium driven by Playwright."""
     if not Path(CHROMIUM_PATH).exists():
-        pytest.skip(
+        # CI installs chromium with .ci/bootstrap, so a missing browser there is a failure.
+        skip_or_fail = pytest.fail if os.environ.get("CI") else pytest.skip
+        skip_or_fail(
             f"Chromium not found at {CHROMIUM_PATH}: run 'apt-get install -y chromium' "
             "or set VELOCITY_CHROMIUM to the browser path."
         )
