@@ -293,3 +293,8 @@ def test_concurrent_requests_keep_their_own_tags(scenario: Scenario) -> None:
         side = message.split()[1]
         assert event["tags"]["route"] == f"/{side}/{{n}}"
         assert event["contexts"]["trace"]["trace_id"] == scenario.concurrent_traces[message]
+
+
+def test_sentry_tracing_stays_off(scenario: Scenario) -> None:
+    assert scenario.ingest.transactions() == []
+    assert scenario.ingest.rejected_requests() == []
