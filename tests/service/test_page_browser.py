@@ -551,3 +551,28 @@ def test_screenshot_of_populated_page(
     browser_page.screenshot(path=str(path), full_page=True)
 
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_exemplars_capped_at_three(browser_page: Any, velocity_server: VelocityServer) -> None:
+    def exemplar(n: int, kind: str) -> dict[str, Any]:
+        return {
+            "trace_id": f"{n:032x}",
+            "span_id": f"{n:016x}",
+            "duration_ms": 100.0 - n,
+            "status_code": 503 if kind == "error" else 200,
+            "kind": kind,
+            "time_s": 1.0,
+            "trace_url": None,
+        }
+
+    exemplars = [exemplar(n, "error") for n in range(1, 6)]
+    exemplars += [exemplar(n, "slow") for n in range(6, 11)]
+    row = make_row("shop", "GET", "/many", exemplars=exemplars)
+    velocity_server.stub.set_payload(make_payload([row]))
+
+    _open(browser_page, velocity_server)
+
+    shown = _row(browser_page, "/many").locator("[data-trace-id]")
+    expect(shown).to_have_count(3)
+    ids = [shown.nth(i).get_attribute("data-trace-id") for i in range(3)]
+    assert ids == [f"{1:032x}", f"{6:032x}", f"{7:032x}"]

@@ -728,8 +728,10 @@
     const links = row.links && typeof row.links === 'object' ? row.links : {};
     const errorsUrl = safeHttpUrl(links.errors);
     const tracesUrl = safeHttpUrl(links.traces);
-    const exemplars = (Array.isArray(row.exemplars) ? row.exemplars : []).filter(
-      (exemplar) => exemplar && typeof exemplar.trace_id === 'string' && exemplar.trace_id !== '',
+    const exemplars = shownExemplars(
+      (Array.isArray(row.exemplars) ? row.exemplars : []).filter(
+        (exemplar) => exemplar && typeof exemplar.trace_id === 'string' && exemplar.trace_id !== '',
+      ),
     );
     const signature = JSON.stringify([errorsUrl, tracesUrl, exemplars]);
     if (view.signatures.sentry === signature) {
@@ -770,6 +772,15 @@
       content.push(none);
     }
     view.sentry.replaceChildren(...content);
+  }
+
+  // A row shows the newest error trace and the slowest traces, three at most, so rows stay short.
+  const MAX_EXEMPLARS_SHOWN = 3;
+
+  function shownExemplars(exemplars) {
+    const errors = exemplars.filter((exemplar) => exemplar.kind === 'error').slice(0, 1);
+    const others = exemplars.filter((exemplar) => exemplar.kind !== 'error');
+    return [...errors, ...others].slice(0, MAX_EXEMPLARS_SHOWN);
   }
 
   function buildExemplar(exemplar) {
