@@ -779,7 +779,11 @@
 
   function shownExemplars(exemplars) {
     const errors = exemplars.filter((exemplar) => exemplar.kind === 'error').slice(0, 1);
-    const others = exemplars.filter((exemplar) => exemplar.kind !== 'error');
+    const shownSpans = new Set(errors.map((exemplar) => exemplar.span_id));
+    // A slow error span is listed under both kinds; show it once.
+    const others = exemplars.filter(
+      (exemplar) => exemplar.kind !== 'error' && !shownSpans.has(exemplar.span_id),
+    );
     return [...errors, ...others].slice(0, MAX_EXEMPLARS_SHOWN);
   }
 
