@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -38,17 +39,22 @@ class ExemplarSet:
     Holds at most ``size`` spans of each kind. A slow exemplar older than ``max_age_s`` is
     replaced by the next span, so the slowest list follows the current traffic. Not
     thread-safe: the owning window holds the lock.
+
+    ``offer`` keeps nothing from a span that is not an error, is not slower than ``floor_ms``
+    and arrives before ``refresh_after_s``, so a caller may skip the call for such a span.
     """
 
-    __slots__ = ("_errors", "_floor_ms", "_max_age_s", "_oldest_s", "_size", "_slowest")
+    __slots__ = ("_errors", "_max_age_s", "_size", "_slowest", "floor_ms", "refresh_after_s")
 
     def __init__(self, size: int, max_age_s: float) -> None:
         self._errors: deque[Exemplar] = deque(maxlen=size)
         self._slowest: list[Exemplar] = []
         self._size = size
         self._max_age_s = max_age_s
-        self._floor_ms = 0.0
-        self._oldest_s = 0.0
+        # The fastest kept slow exemplar once ``size`` are kept; until then every span qualifies.
+        self.floor_ms = -math.inf
+        # When the oldest kept slow exemplar turns stale and any span may replace it.
+        self.refresh_after_s = -math.inf
 
     def offer(
         self,
@@ -66,20 +72,21 @@ class ExemplarSet:
             )
 
         if len(self._slowest) == self._size:
-            if duration_ms <= self._floor_ms and self._oldest_s >= now_s - self._max_age_s:
+            if duration_ms <= self.floor_ms and now_s <= self.refresh_after_s:
                 return
             self._slowest.remove(self._replacement_candidate(now_s))
 
         self._slowest.append(
             Exemplar(ExemplarKind.SLOW, trace_id, span_id, duration_ms, status_code, now_s)
         )
-        self._floor_ms = min(e.duration_ms for e in self._slowest)
-        self._oldest_s = min(e.time_s for e in self._slowest)
+        if len(self._slowest) == self._size:
+            self.floor_ms = min(e.duration_ms for e in self._slowest)
+            self.refresh_after_s = min(e.time_s for e in self._slowest) + self._max_age_s
 
     def _replacement_candidate(self, now_s: float) -> Exemplar:
         """Return the oldest stale exemplar, or the fastest one when none is stale."""
         oldest = min(self._slowest, key=lambda e: e.time_s)
-        if oldest.time_s < now_s - self._max_age_s:
+        if oldest.time_s + self._max_age_s < now_s:
             return oldest
         return min(self._slowest, key=lambda e: e.duration_ms)
 

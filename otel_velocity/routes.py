@@ -89,7 +89,9 @@ def response_status_code(attributes: Mapping[str, object]) -> int | None:
 
     if isinstance(status, bool):
         return None
-    if isinstance(status, str) and status.isdigit():
+    # Only three ASCII digits: int() raises on "²", which isdigit() accepts, and on strings
+    # longer than 4,300 digits.
+    if isinstance(status, str) and len(status) == 3 and status.isascii() and status.isdigit():
         status = int(status)
     if isinstance(status, int) and 100 <= status <= 999:
         return status

@@ -21,7 +21,7 @@ from otel_velocity.guard import contain_faults
 logger = logging.getLogger(__name__)
 
 
-def flush_on_sigterm(flush: Callable[[], None]) -> bool:
+def flush_on_sigterm(flush: Callable[[], object]) -> bool:
     """Install the flushing SIGTERM handler; return False when it cannot be installed.
 
     It is installed only from the main thread and only where SIGTERM still has its default

@@ -84,6 +84,9 @@ class SentryCorrelation:
             tags["route"] = tag_value(key.route)
             tags["method"] = tag_value(key.method)
             event["transaction"] = tag_value(str(key))
+            # sentry-sdk's ASGI event processor (2.76) runs after this global one and replaces a
+            # transaction whose source is not a route with the raw URL of an unrouted request.
+            event["transaction_info"] = {"source": "route"}
             status_code = request.status_code if request.ended else _exception_status(hint)
             if status_code is not None:
                 tags.setdefault("status_code", str(status_code))
@@ -128,7 +131,9 @@ class SentryCorrelation:
                     "span_id": format(context.span_id, "016x") if context else "",
                 },
                 "response": {"status_code": status_code},
-                "otel_velocity": {"duration_ms": round(duration_ms, 3), "span_name": span.name},
+                # Not the span name: an instrumentation may name an unrouted span after its
+                # raw path, which can carry ids.
+                "otel_velocity": {"duration_ms": round(duration_ms, 3)},
             },
         }
 

@@ -13,8 +13,26 @@ import sentry_sdk
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from opentelemetry import propagate, trace
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 app = FastAPI()
+
+
+class MaintenanceMode:
+    """Answer 503 to any path under ``/maintenance/`` before routing, so its span has no route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/maintenance/"):
+            response = JSONResponse({"detail": "maintenance"}, status_code=503)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+app.add_middleware(MaintenanceMode)
 
 
 @app.get("/items/{item_id}")
