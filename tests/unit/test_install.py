@@ -71,3 +71,38 @@ def test_grpc_falls_back_to_http_when_missing(monkeypatch: pytest.MonkeyPatch) -
     import os
 
     assert os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+
+
+def test_second_install_rearms_sigterm_flush() -> None:
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        provider = TracerProvider()
+        install(provider, settings=VelocitySettings.from_env({}))
+        first_handler = signal.getsignal(signal.SIGTERM)
+
+        # A forked gunicorn worker resets SIGTERM to its default action.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        install(provider, settings=VelocitySettings.from_env({}))
+
+        assert callable(first_handler)
+        assert getattr(signal.getsignal(signal.SIGTERM), "__name__", "") == "handle_sigterm"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_install_keeps_existing_sigterm_handler() -> None:
+    import signal
+
+    def app_handler(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, app_handler)
+        install(TracerProvider(), settings=VelocitySettings.from_env({}))
+        assert signal.getsignal(signal.SIGTERM) is app_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
