@@ -51,6 +51,9 @@ class VelocitySettings:
             regress_threshold_pct=_positive_float(
                 env, "VELOCITY_REGRESS_THRESHOLD_PCT", defaults.regress_threshold_pct
             ),
+            regress_min_delta_ms=_non_negative_float(
+                env, "VELOCITY_REGRESS_MIN_MS", defaults.regress_min_delta_ms
+            ),
             min_samples=_positive_int(env, "VELOCITY_MIN_SAMPLES", defaults.min_samples),
         )
         sentry = SentrySettings(
@@ -104,6 +107,21 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         ) from None
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{name}={raw!r} must be a positive finite number")
+    return value
+
+
+def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{name}={raw!r} is not a number; set a value such as {default:g}"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be a finite number of 0 or more")
     return value
 
 

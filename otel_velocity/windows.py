@@ -53,6 +53,9 @@ class WindowSettings:
     long_buckets: int = 30
     baseline_buckets: int = 90
     regress_threshold_pct: float = 20.0
+    # A p95 that moves by less than this many milliseconds is never a regression: from 2 ms to
+    # 3 ms is +50 % but scheduling noise, not a slower route.
+    regress_min_delta_ms: float = 5.0
     min_samples: int = 50
     exemplars_per_kind: int = 5
 
@@ -66,6 +69,10 @@ class WindowSettings:
             )
         if self.baseline_buckets < 1:
             raise ValueError(f"baseline_buckets must be at least 1, got {self.baseline_buckets!r}")
+        if not self.regress_min_delta_ms >= 0:
+            raise ValueError(
+                f"regress_min_delta_ms must be 0 or more, got {self.regress_min_delta_ms!r}"
+            )
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be at least 1, got {self.min_samples!r}")
 
@@ -276,6 +283,9 @@ class RouteWindow:
         is_regress = (
             regress_pct is not None
             and regress_pct >= settings.regress_threshold_pct
+            and p95_ms is not None
+            and baseline_p95_ms is not None
+            and p95_ms - baseline_p95_ms >= settings.regress_min_delta_ms
             and short.count >= settings.min_samples
             and self._baseline.count >= settings.min_samples
         )

@@ -271,3 +271,25 @@ def test_retained_memory_per_route_bounded() -> None:
             registry.record("shop", KEY, float(duration), False, 200)
 
     assert registry.retained_bytes() < 300_000
+
+
+def test_regression_needs_min_delta() -> None:
+    clock = FakeClock()
+    registry = _registry(clock)
+    _steady_then_slow_ms(clock, registry, base_ms=2.0, slow_ms=4.0)
+
+    window = _only_row(registry)
+
+    assert window.regress_pct is not None
+    assert window.regress_pct > 90.0
+    assert not window.is_regress
+
+
+def _steady_then_slow_ms(
+    clock: FakeClock, registry: VelocityRegistry, base_ms: float, slow_ms: float
+) -> None:
+    for second in range(960):
+        clock.now_s = START_S + second
+        for _ in range(2):
+            registry.record("shop", KEY, base_ms if second < 900 else slow_ms, False, 200)
+    clock.now_s = START_S + 960.0
