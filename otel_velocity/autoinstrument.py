@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_NAME = "otel_velocity"
 HTTP_PROTOBUF = "http/protobuf"
-# The name that a proposed change to opentelemetry-instrumentation-fastapi gives this setting;
-# version 0.66b2 does not read it, so the distro passes it on as an argument.
+# The name that a proposed change to opentelemetry-instrumentation-fastapi gives this setting.
+# Version 0.66b2 does not read it, so the distro passes it on as an argument.
 FASTAPI_EXCLUDE_SPANS = "OTEL_PYTHON_FASTAPI_EXCLUDE_SPANS"
 ASGI_SPAN_NAMES = ("receive", "send")
 
@@ -54,9 +54,10 @@ class VelocityDistro(BaseDistro):  # type: ignore[misc]
     Besides the exporters, it leaves out the INTERNAL ``http send`` and ``http receive`` spans
     that the ASGI middleware of the FastAPI instrumentation starts for every ASGI message (two
     or more per request beside the one SERVER span). Status, route and duration stay on the
-    SERVER span; what goes is each message's own timing and the ``client_response_hook`` and
-    ``client_request_hook`` calls, which receive those spans. ``OTEL_PYTHON_FASTAPI_EXCLUDE_SPANS``
-    chooses: a comma-separated subset of ``receive,send``, empty to keep both.
+    SERVER span. What goes is each message's own timing, and the calls of
+    ``client_response_hook`` and ``client_request_hook``, which receive those spans.
+    ``OTEL_PYTHON_FASTAPI_EXCLUDE_SPANS`` chooses: a comma-separated subset of
+    ``receive,send``, or empty to keep both.
     """
 
     def _configure(self, **kwargs: Any) -> None:

@@ -75,9 +75,9 @@ class VelocitySpanProcessor(SpanProcessor):
         if span.kind is not SpanKind.SERVER:
             return
         # ``contain_faults`` is a generator-based context manager that costs about a microsecond
-        # per use, half of this hook's budget; a ``try`` costs nothing until a fault, which is
+        # per use, half of this hook's budget. A ``try`` costs nothing until a fault, which is
         # then handed to the same guard to be counted and logged. The body is inlined for the
-        # same reason: each Python call costs about 0.1 µs (benchmarks/span_cost.py).
+        # same reason, because each Python call costs about 0.1 µs (benchmarks/span_cost.py).
         try:
             attributes = span.attributes or _NO_ATTRIBUTES
             method = attributes.get("http.request.method")

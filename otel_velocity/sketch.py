@@ -120,7 +120,7 @@ class LatencySketch:
         """Return the value at each quantile in ``qs`` (0..1), or None when empty.
 
         The rank of quantile q is ``q * (count - 1)``, the lower interpolation point that numpy's
-        default method also starts from; the value returned is that of the first key whose
+        default method also starts from. The value returned is that of the first key whose
         cumulative count exceeds the rank.
         """
         if self.count <= 0:

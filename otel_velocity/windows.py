@@ -141,9 +141,9 @@ class _OpenBucket:
 class _SealedBuckets:
     """Sealed buckets in a ring indexed by bucket number modulo ``size``.
 
-    Counts, errors and p95 sit in parallel arrays and each sketch is frozen, so a sealed bucket
-    costs 40 bytes plus a ``FrozenSketch`` of 33 bytes of object header, a 32-byte header and
-    1 byte per key in its range (while no key counts more than 255 requests).
+    Counts, errors and p95 sit in parallel arrays, and each sketch is frozen. A sealed bucket
+    therefore costs 40 bytes plus a ``FrozenSketch``: 33 bytes of object header, a 32-byte
+    header and 1 byte per key in its range while no key counts more than 255 requests.
     """
 
     __slots__ = ("counts", "errors", "indexes", "p95_ms", "size", "sketches")
@@ -157,7 +157,7 @@ class _SealedBuckets:
         self.sketches: list[FrozenSketch | None] = [None] * size
 
     def slot(self, index: int) -> int | None:
-        """Return the ring slot of bucket ``index``, or None when it holds no such bucket."""
+        """Return the ring slot of bucket ``index``, or None when the ring lacks that bucket."""
         slot = index % self.size
         return slot if self.indexes[slot] == index else None
 

@@ -1,0 +1,1 @@
+"""FastAPI apps for the throughput benchmark; each module exposes ``app``."""
