@@ -298,3 +298,9 @@ def test_concurrent_requests_keep_their_own_tags(scenario: Scenario) -> None:
 def test_sentry_tracing_stays_off(scenario: Scenario) -> None:
     assert scenario.ingest.transactions() == []
     assert scenario.ingest.rejected_requests() == []
+
+
+def test_asgi_message_spans_dropped_by_default(scenario: Scenario) -> None:
+    names = {span.name for span in scenario.sink.spans()}
+    assert not any(name.endswith(("http send", "http receive")) for name in names)
+    assert "GET /items/{item_id}" in names
