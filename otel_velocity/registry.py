@@ -19,7 +19,7 @@ from otel_velocity.routes import (
     UNMATCHED_ROUTE,
     RouteKey,
 )
-from otel_velocity.windows import RouteWindow, WindowSettings, WindowStats
+from otel_velocity.windows import RouteWindow, TrendPoint, WindowSettings, WindowStats
 
 Clock = Callable[[], float]
 
@@ -128,8 +128,12 @@ class VelocityRegistry:
         finally:
             self._lock.release()
 
-    def rows(self, service: str | None = None) -> list[RouteStats]:
-        """Compute every row, or the rows of one service, at the current time."""
+    def rows(self, service: str | None = None, *, include_trend: bool = True) -> list[RouteStats]:
+        """Compute every row, or the rows of one service, at the current time.
+
+        With ``include_trend=False`` each row's trend is empty; ``trend`` fills it for the few
+        rows that are shown, which keeps a table of thousands of routes cheap to sort.
+        """
         now_s = self._clock()
         rows = []
         with self._lock:
@@ -140,8 +144,17 @@ class VelocityRegistry:
                     if window.is_idle(now_s):
                         del table.windows[key]
                         continue
-                    rows.append(RouteStats(service_name, key, window.stats(now_s, self.started_s)))
+                    stats = window.stats(now_s, self.started_s, include_trend)
+                    rows.append(RouteStats(service_name, key, stats))
         return rows
+
+    def trend(self, service: str, key: RouteKey) -> list[TrendPoint]:
+        """Compute the trend of one row at the current time; empty for an unknown row."""
+        now_s = self._clock()
+        with self._lock:
+            table = self._tables.get(service)
+            window = table.windows.get(key) if table is not None else None
+            return window.trend(now_s, self.started_s) if window is not None else []
 
     def services(self) -> list[str]:
         with self._lock:

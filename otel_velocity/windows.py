@@ -252,12 +252,22 @@ class RouteWindow:
         if is_error or duration_ms > exemplars.floor_ms or now_s > exemplars.refresh_after_s:
             exemplars.offer(now_s, trace_id, span_id, duration_ms, status_code, is_error)
 
-    def stats(self, now_s: float, observed_since_s: float) -> WindowStats:
+    def trend(self, now_s: float, observed_since_s: float) -> list[TrendPoint]:
+        """Compute only the trend at ``now_s``, for rows whose other stats were read without it."""
+        index = self._bucket_index(now_s)
+        if index > self._current:
+            self._advance(index)
+        return self._trend(now_s, self._current, observed_since_s)
+
+    def stats(
+        self, now_s: float, observed_since_s: float, include_trend: bool = True
+    ) -> WindowStats:
         """Compute the windows at ``now_s``; ``observed_since_s`` is when counting began.
 
         Rates divide by the time the window covers, but never by more than the time since
         ``observed_since_s``, so a process that started 5 seconds ago does not report a tenth
         of its real rate. A ``now_s`` from a clock that stepped back reads the open bucket.
+        Without ``include_trend`` the trend is left empty: it is half the cost of a read.
         """
         settings = self._settings
         index = self._bucket_index(now_s)
@@ -307,7 +317,7 @@ class RouteWindow:
             baseline_count=self._baseline.count,
             regress_pct=regress_pct,
             is_regress=is_regress,
-            trend=self._trend(now_s, index, observed_since_s),
+            trend=self._trend(now_s, index, observed_since_s) if include_trend else [],
             exemplars=self._exemplars.snapshot(now_s),
         )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -81,13 +81,20 @@ def build_table(
     is_own: Callable[[str, str], bool],
 ) -> dict[str, Any]:
     """Compute the whole ``GET /ops/velocity`` response for ``query``."""
-    rows = [stats for stats in registry.rows() if not is_own(stats.service, stats.key.route)]
+    rows = [
+        stats
+        for stats in registry.rows(include_trend=False)
+        if not is_own(stats.service, stats.key.route)
+    ]
     services = sorted({stats.service for stats in rows})
     if query.service is not None:
         rows = [stats for stats in rows if stats.service == query.service]
 
     rows = sort_rows(rows, query.sort, query.order)
-    page = rows[query.offset : query.offset + query.limit]
+    page = [
+        replace(stats, window=replace(stats.window, trend=registry.trend(stats.service, stats.key)))
+        for stats in rows[query.offset : query.offset + query.limit]
+    ]
     overflow = registry.overflow()
     return {
         "generated_at_s": now_s,

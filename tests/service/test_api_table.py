@@ -361,3 +361,18 @@ def test_table_links_null_for_overflow_row(start_service, server_spans):
 
     assert rows["shop", "GET /a"]["links"] is not None
     assert rows["shop", "* (overflow)"]["links"] is None
+
+
+def test_table_matches_response_model(service, server_spans):
+    from otel_velocity_service.schema import VelocityTable
+
+    server_spans.add("/items/{item_id}", status_code=503, duration_ms=12.0)
+    server_spans.add("/items/{item_id}", duration_ms=3.0)
+    server_spans.add(None)
+    server_spans.export(service.base_url)
+
+    body = service.table(limit=1000)
+    table = VelocityTable.model_validate(body)
+
+    assert table.total == 2
+    assert table.model_dump(mode="json") == body

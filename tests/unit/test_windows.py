@@ -293,3 +293,19 @@ def _steady_then_slow_ms(
         for _ in range(2):
             registry.record("shop", KEY, base_ms if second < 900 else slow_ms, False, 200)
     clock.now_s = START_S + 960.0
+
+
+def test_rows_without_trend_then_trend() -> None:
+    clock = FakeClock()
+    registry = _registry(clock)
+    for second in range(120):
+        clock.now_s = START_S + second
+        registry.record("shop", KEY, 10.0, False, 200)
+
+    rows = registry.rows(include_trend=False)
+    trend = registry.trend("shop", KEY)
+
+    assert rows[0].window.trend == []
+    assert rows[0].window.count == 60
+    assert trend == registry.rows()[0].window.trend
+    assert registry.trend("shop", RouteKey("GET", "/unknown")) == []
