@@ -107,18 +107,34 @@ class VelocityConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         _fall_back_to_http_without_grpc()
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
-        install()
+        _install_or_log()
 
 
 def after_instrumentation() -> None:
     """Install on the SDK provider if another configurator built it; a no-op after ours."""
     try:
-        install()
+        _install_or_log()
     except TypeError:
         logger.warning(
             "otel-velocity: no SDK TracerProvider after auto-instrumentation (%s); "
             "velocity windows are off. Set OTEL_TRACES_EXPORTER or call otel_velocity.install()",
             type(get_tracer_provider()).__name__,
+        )
+
+
+def _install_or_log() -> None:
+    """Run ``install``; an invalid setting turns otel-velocity off instead of all telemetry.
+
+    ``opentelemetry-instrument`` gives up on the whole start-up, instrumentors included, when
+    its configurator raises, so the app would run with no tracing at all.
+    """
+    try:
+        install()
+    except ValueError as error:
+        logger.error(
+            "otel-velocity: off because of an invalid setting: %s. OpenTelemetry tracing goes "
+            "on without velocity windows or Sentry correlation",
+            error,
         )
 
 

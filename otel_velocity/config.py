@@ -25,6 +25,19 @@ class SentrySettings:
     build_time: str | None = None
     otlp_traces: bool = True
 
+    def __post_init__(self) -> None:
+        if self.dsn:
+            from sentry_sdk.utils import BadDsn, Dsn
+
+            try:
+                Dsn(self.dsn)
+            except BadDsn as error:
+                # The message leaves out the DSN itself: it carries the project's key.
+                raise ValueError(
+                    f"SENTRY_DSN is not a valid Sentry DSN ({error}); copy it from the Sentry "
+                    "project's Client Keys page, e.g. https://<key>@o1.ingest.sentry.io/12"
+                ) from None
+
     @property
     def enabled(self) -> bool:
         return bool(self.dsn)

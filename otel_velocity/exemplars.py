@@ -91,7 +91,15 @@ class ExemplarSet:
         return min(self._slowest, key=lambda e: e.duration_ms)
 
     def snapshot(self, now_s: float) -> list[Exemplar]:
-        """Return error exemplars newest first, then fresh slow exemplars slowest first."""
-        fresh_slowest = [e for e in self._slowest if e.time_s >= now_s - self._max_age_s]
+        """Return error exemplars newest first, then fresh slow exemplars slowest first.
+
+        A slow span that is also an error exemplar is listed once, as an error.
+        """
+        error_span_ids = {e.span_id for e in self._errors}
+        fresh_slowest = [
+            e
+            for e in self._slowest
+            if e.time_s >= now_s - self._max_age_s and e.span_id not in error_span_ids
+        ]
         fresh_slowest.sort(key=lambda e: e.duration_ms, reverse=True)
         return [*reversed(self._errors), *fresh_slowest]

@@ -85,3 +85,33 @@ def test_sentry_off_without_dsn() -> None:
 def test_sentry_on_with_dsn(sentry_dsn: str) -> None:
     report = _run_instrumented(OTEL_PYTHON_DISTRO="otel_velocity", SENTRY_DSN=sentry_dsn)
     assert report["sentry_active"] is True
+
+
+def _run_instrumented_output(**env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENTRY_"))}
+    base.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_PYTHON_DISTRO": "otel_velocity", **env})
+    return subprocess.run(
+        [str(BIN / "opentelemetry-instrument"), sys.executable, "-c", REPORT],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"VELOCITY_MAX_ROUTES": "abc"}, "VELOCITY_MAX_ROUTES='abc'"),
+        ({"SENTRY_DSN": "notadsn"}, "SENTRY_DSN is not a valid Sentry DSN"),
+    ],
+    ids=["max-routes", "dsn"],
+)
+def test_invalid_setting_keeps_tracing(env: dict[str, str], named: str) -> None:
+    result = _run_instrumented_output(**env)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert report["velocity_processors"] == 0
+    assert named in result.stderr
+    assert "Failed to auto initialize" not in result.stderr

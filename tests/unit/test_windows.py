@@ -309,3 +309,14 @@ def test_rows_without_trend_then_trend() -> None:
     assert rows[0].window.count == 60
     assert trend == registry.rows()[0].window.trend
     assert registry.trend("shop", RouteKey("GET", "/unknown")) == []
+
+
+def test_error_exemplar_not_repeated_as_slow() -> None:
+    clock = FakeClock()
+    registry = _registry(clock)
+    registry.record("shop", KEY, 500.0, True, 503, 7, 8)
+    registry.record("shop", KEY, 5.0, False, 200, 9, 10)
+
+    exemplars = _only_row(registry).exemplars
+
+    assert [(e.kind, e.span_id) for e in exemplars] == [("error", 8), ("slow", 10)]
