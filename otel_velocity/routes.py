@@ -75,10 +75,9 @@ def route_template(attributes: Mapping[str, object]) -> str | None:
     if not isinstance(route, str):
         return None
 
-    route = route.translate(_CONTROL_CHARACTERS).strip()
-    if not route:
-        return None
-    return route[:MAX_ROUTE_LENGTH]
+    # Cut before stripping, so the row, the Sentry tag and the deep link agree on the value.
+    route = route.translate(_CONTROL_CHARACTERS)[:MAX_ROUTE_LENGTH].strip()
+    return route or None
 
 
 def response_status_code(attributes: Mapping[str, object]) -> int | None:

@@ -25,6 +25,7 @@ from otel_velocity_service.own_routes import OwnRoutes
 from otel_velocity_service.routes_otlp import IngestTotals, create_otlp_router
 from otel_velocity_service.schema import Health
 from otel_velocity_service.settings import ServiceSettings
+from otel_velocity_service.throttle import IngestLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,15 @@ def create_app(
         own_routes.learn_from_tracer_provider()
         logger.info(
             "otel-velocity service: started (window %.0f s, baseline %.0f s, min samples %d, "
-            "max routes %d, body limit %d bytes, token %s, CORS origins %s, Sentry links %s)",
+            "max routes %d, body limit %d bytes, pending limit %d bytes, queue wait %g s, "
+            "token %s, CORS origins %s, Sentry links %s)",
             registry.settings.short_window_s,
             registry.settings.baseline_window_s,
             registry.settings.min_samples,
             registry.max_routes,
             settings.max_body_bytes,
+            settings.pending_bytes_limit,
+            settings.max_queue_wait_s,
             "required" if settings.token else "off",
             list(settings.cors_origins) or "off",
             "on" if settings.sentry_links else f"off ({settings.sentry_off_reason})",
@@ -80,11 +84,13 @@ def create_app(
         finally:
             logger.info(
                 "otel-velocity service: stopped after %d export requests "
-                "(%d SERVER spans counted, %d rejected, %d of its own left out)",
+                "(%d SERVER spans counted, %d rejected, %d of its own left out; "
+                "%d requests answered 429 or 503 because it was overloaded)",
                 totals.requests,
                 totals.server_spans,
                 totals.rejected_spans,
                 totals.own_spans,
+                totals.overloaded_requests,
             )
 
     app = FastAPI(
@@ -100,6 +106,8 @@ def create_app(
         create_otlp_router(
             registry,
             max_body_bytes=settings.max_body_bytes,
+            limiter=IngestLimiter(settings.pending_bytes_limit, settings.max_queue_wait_s),
+            body_timeout_s=settings.body_timeout_s,
             token_check=token_check,
             own_routes=own_routes,
             totals=totals,

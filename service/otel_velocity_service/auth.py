@@ -21,12 +21,14 @@ UNAUTHORIZED_DETAIL = (
 class TokenCheck:
     """Compares the Authorization header with the configured token in constant time.
 
-    With no token configured every request passes. A rejected request is logged at most once
-    a minute, with the number of rejections in between.
+    The scheme name "Bearer" is matched in any case: HTTP identifies an authentication scheme
+    by "a case-insensitive token" (RFC 7235, section 2.1). With no token configured every
+    request passes. A rejected request is logged at most once a minute, with the number of
+    rejections in between, and never with the header's value.
     """
 
     def __init__(self, token: str | None) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = token.encode() if token else None
         self._throttle = LogThrottle()
 
     @property
@@ -36,8 +38,12 @@ class TokenCheck:
     def is_authorized(self, request: Request) -> bool:
         if self._expected is None:
             return True
+        # Starlette decodes header bytes as latin-1, so encoding back gives the bytes sent.
         header = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if hmac.compare_digest(header, self._expected):
+        scheme, _, credentials = header.partition(b" ")
+        is_bearer = scheme.lower() == b"bearer"
+        # compare_digest runs for every scheme, so its duration does not depend on the scheme.
+        if hmac.compare_digest(credentials, self._expected) and is_bearer:
             return True
 
         should_log, suppressed = self._throttle.allow("unauthorized")

@@ -4,18 +4,26 @@ This module handles OTLP messages and no HTTP. The route key, the status code an
 error flag come from ``otel_velocity.routes``, the same functions the in-process span processor
 calls, so a span from any language lands in the same row as it would inside a Python app.
 
-Speed: ``ingest`` walks the protobuf objects directly and copies only the five HTTP attributes
-that route keys read, so no span is converted to a dict or to JSON.
+``ingest_body`` is the entry point for request bodies from the network. Protobuf's own parser
+can need 90 times a body's size in memory, so it decodes only bodies of up to
+``PROTOBUF_PARSER_MAX_BYTES``. ``otlp_wire`` reads larger ones, and any that the parser rejects,
+in the memory of the body. JSON is decoded only after an estimate of its decoded size fits
+``MAX_JSON_DECODE_BYTES``. Invalid data inside one span or resource rejects only those spans (a
+partial success); invalid framing of the request rejects the whole body before any span is
+counted.
+
+Speed: both decoders copy only the five HTTP attributes that route keys read, so no span is
+converted to a dict or to JSON.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -32,6 +40,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 from otel_velocity import VelocityRegistry
 from otel_velocity.registry import UNKNOWN_SERVICE
 from otel_velocity.routes import is_server_error, response_status_code, route_key
+from otel_velocity_service import otlp_wire
 
 SPAN_KIND_SERVER = Span.SpanKind.SPAN_KIND_SERVER
 STATUS_CODE_ERROR = SpanStatus.StatusCode.STATUS_CODE_ERROR
@@ -46,9 +55,25 @@ ROUTE_ATTRIBUTES = frozenset(
         "http.status_code",
     }
 )
+_ROUTE_ATTRIBUTE_KEYS = otlp_wire.AttributeKeys(ROUTE_ATTRIBUTES)
 
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
+
+# No HTTP request served by an instrumented app lasts a day. A longer span has a wrong timestamp,
+# such as a start time near 0 or a clock in another unit, and would swamp the percentiles.
+MAX_SPAN_DURATION_NS = 24 * 60 * 60 * 10**9
+
+# The most memory, estimated by estimate_json_decode_bytes, that decoding one OTLP/JSON body may
+# take. json.loads builds a Python object for every JSON value: 20 MiB of OTLP/JSON from the SDK's
+# encoder took about 200 MiB, and 20 MiB of "[{},{},...]" 530 MiB (CPython 3.11). Protobuf bodies
+# have no such cost, so exporters with large batches should send application/x-protobuf.
+MAX_JSON_DECODE_BYTES = 64 * 1024 * 1024
+
+# Bodies up to this size are decoded by protobuf's parser. It took 91 times the body's size for
+# a body of empty spans (protobuf 7.36, upb), so at most about 45 MiB here, within the JSON limit
+# above. Larger bodies are read span by span by otlp_wire, in the memory of the body.
+PROTOBUF_PARSER_MAX_BYTES = 512 * 1024
 
 # How many rejected spans the error message names by id; the counts cover all of them.
 MAX_NAMED_REJECTIONS = 3
@@ -68,13 +93,30 @@ class MalformedRequest(ValueError):
     """Raised when a request body is not an ``ExportTraceServiceRequest`` in its encoding."""
 
 
+class DecodeLimitExceeded(ValueError):
+    """Raised when decoding a body would take more memory or work than the service allows."""
+
+
 class Rejection(Enum):
-    """The reason a SERVER span was rejected. The value is the sentence used in messages."""
+    """The reason a span was rejected. The value is the sentence used in messages."""
 
     TRACE_ID = "trace_id is not 16 bytes (32 hex digits in JSON) or is all zeros"
     SPAN_ID = "span_id is not 8 bytes (16 hex digits in JSON) or is all zeros"
     MISSING_TIME = "start_time_unix_nano or end_time_unix_nano is 0"
     END_BEFORE_START = "end_time_unix_nano is before start_time_unix_nano"
+    TOO_LONG = "a duration over 24 hours (end_time_unix_nano minus start_time_unix_nano)"
+    INVALID_SPAN = "a span that is not a valid protobuf Span"
+    INVALID_ATTRIBUTE = (
+        "an http.route, http.method, http.request.method or status code attribute that is not "
+        "valid protobuf or not valid UTF-8"
+    )
+    INVALID_RESOURCE = (
+        "a resource that is not a valid protobuf Resource or whose service.name is not valid UTF-8"
+    )
+    TOO_MANY_FIELDS = (
+        f"more protobuf fields in the request than its limit ({otlp_wire.BASE_FIELD_BUDGET} plus "
+        f"one per {otlp_wire.BYTES_PER_FIELD} bytes of body), so they were not read"
+    )
 
 
 @dataclass
@@ -108,11 +150,11 @@ class IngestResult:
             f"span_id {span_id or '(empty)'} of service {service!r}"
             for _, service, span_id in self.examples
         )
+        first = f" First rejected: {examples}." if examples else ""
         return (
-            f"rejected {self.rejected_spans} of "
-            f"{self.server_spans + self.own_spans + self.rejected_spans} "
-            f"SERVER spans: {reasons}. First rejected: {examples}. "
-            "The other spans were counted; fix the exporter that sends these spans."
+            f"rejected {self.rejected_spans} spans: {reasons}.{first} The other spans were "
+            f"counted ({self.server_spans} SERVER spans); fix the exporter that sends the "
+            "rejected spans."
         )
 
 
@@ -120,18 +162,167 @@ class IngestResult:
 OwnTemplates = Callable[[str], Container[str]]
 
 
+def ingest_body(
+    body: bytes,
+    encoding: Encoding,
+    registry: VelocityRegistry,
+    own_templates: OwnTemplates | None = None,
+) -> IngestResult:
+    """Decode a request body and count its valid SERVER spans in ``registry``.
+
+    An empty body is an empty request, and the OTLP specification calls for a success response.
+    Raises ``MalformedRequest`` for a body that cannot be decoded, and ``DecodeLimitExceeded``
+    for a JSON body over ``MAX_JSON_DECODE_BYTES`` once decoded or a protobuf body with more
+    framing fields than its ``FieldBudget``; nothing is counted then.
+    """
+    if encoding is Encoding.PROTOBUF:
+        return ingest_protobuf(body, registry, own_templates)
+    if not body.strip():
+        return IngestResult()
+    estimate_bytes = estimate_json_decode_bytes(body)
+    if estimate_bytes > MAX_JSON_DECODE_BYTES:
+        raise DecodeLimitExceeded(
+            f"decoding this JSON body would take about {estimate_bytes // 2**20} MiB, more than "
+            f"the service's limit of {MAX_JSON_DECODE_BYTES // 2**20} MiB: send smaller batches "
+            "(the SDK's OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or use application/x-protobuf, which "
+            "has no such limit"
+        )
+    return ingest(_parse_json(body), registry, own_templates)
+
+
 def parse_request(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
-    """Decode a request body; raise ``MalformedRequest`` with the reason when it is invalid."""
+    """Decode a request body; raise ``MalformedRequest`` with the reason when it is invalid.
+
+    NOTE: protobuf's parser builds the whole message, which can take 90 times the body's size.
+    Use ``ingest_body`` for bodies from the network.
+    """
     if encoding is Encoding.PROTOBUF:
         try:
             request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(body)
         except DecodeError as error:
-            raise MalformedRequest(
-                f"the body is not a protobuf ExportTraceServiceRequest ({error}); "
-                "send the serialized message with Content-Type: application/x-protobuf"
-            ) from None
+            raise MalformedRequest(_protobuf_error(str(error))) from None
         return request
     return _parse_json(body)
+
+
+def ingest_protobuf(
+    body: bytes,
+    registry: VelocityRegistry,
+    own_templates: OwnTemplates | None = None,
+) -> IngestResult:
+    """Count each valid SERVER span of a binary protobuf request body.
+
+    A body of up to ``PROTOBUF_PARSER_MAX_BYTES`` is decoded by protobuf's parser, which is
+    about five times faster than ``ingest_wire``. When the parser rejects it, and for larger
+    bodies, ``ingest_wire`` decodes it. Both count the same spans in the same rows whenever
+    protobuf's parser accepts a body (``tests/hardening/test_service_fuzz.py``), so the result
+    is always ``ingest_wire``'s, with its errors.
+    """
+    if len(body) <= PROTOBUF_PARSER_MAX_BYTES:
+        try:
+            request = ExportTraceServiceRequest.FromString(body)
+        except DecodeError:
+            pass  # ingest_wire rejects only the invalid spans, or raises with the reason.
+        else:
+            return ingest(request, registry, own_templates)
+    return ingest_wire(body, registry, own_templates)
+
+
+def ingest_wire(
+    body: bytes,
+    registry: VelocityRegistry,
+    own_templates: OwnTemplates | None = None,
+) -> IngestResult:
+    """Count each valid SERVER span of a binary protobuf request body, decoded span by span.
+
+    The request's framing is checked first, so a body that is cut short or is not protobuf
+    raises ``MalformedRequest``, and one with more framing fields than its ``FieldBudget``
+    raises ``DecodeLimitExceeded``, with nothing counted. A span or resource with invalid
+    contents is rejected and the rest of the request is still counted. When the spans use up
+    the budget, the rest of them are rejected.
+    """
+    budget = otlp_wire.FieldBudget.for_body(len(body))
+    try:
+        total_spans = otlp_wire.check_request(body, budget)
+    except otlp_wire.WireError as error:
+        raise MalformedRequest(_protobuf_error(str(error))) from None
+    except otlp_wire.TooManyFields as error:
+        raise DecodeLimitExceeded(f"{error}: send smaller batches") from None
+
+    result = IngestResult()
+    spans_read = 0
+    try:
+        for resource_start, resource_stop in otlp_wire.iter_resource_spans(body):
+            service = _read_service_name(body, resource_start, resource_stop, budget)
+            own_routes = own_templates(service) if own_templates and service else ()
+            for span_start, span_stop in otlp_wire.iter_spans(body, resource_start, resource_stop):
+                spans_read += 1
+                _ingest_span(
+                    result, registry, body, span_start, span_stop, service, own_routes, budget
+                )
+    except otlp_wire.TooManyFields:
+        # The span being read when the budget ran out is rejected too.
+        result.rejected[Rejection.TOO_MANY_FIELDS] = total_spans - spans_read + 1
+    return result
+
+
+def _read_service_name(
+    body: bytes, start: int, stop: int, budget: otlp_wire.FieldBudget
+) -> str | None:
+    """Return the resource's service.name, or None when the resource is invalid."""
+    try:
+        return otlp_wire.read_service_name(body, start, stop, budget) or UNKNOWN_SERVICE
+    except (otlp_wire.WireError, UnicodeDecodeError):
+        return None
+
+
+def _ingest_span(
+    result: IngestResult,
+    registry: VelocityRegistry,
+    body: bytes,
+    start: int,
+    stop: int,
+    service: str | None,
+    own_routes: Container[str],
+    budget: otlp_wire.FieldBudget,
+) -> None:
+    """Read, check and count one span; ``service`` None means its resource is invalid."""
+    try:
+        span = otlp_wire.read_span(body, start, stop, _ROUTE_ATTRIBUTE_KEYS, budget)
+    except otlp_wire.WireError:
+        result.reject(Rejection.INVALID_SPAN, service or UNKNOWN_SERVICE, b"")
+        return
+    if span.kind != SPAN_KIND_SERVER:
+        result.other_spans += 1
+        return
+    if service is None:
+        result.reject(Rejection.INVALID_RESOURCE, UNKNOWN_SERVICE, span.span_id)
+        return
+
+    rejection = _check_span(
+        span.trace_id, span.span_id, span.start_time_unix_nano, span.end_time_unix_nano
+    )
+    if rejection is not None:
+        result.reject(rejection, service, span.span_id)
+        return
+    try:
+        attributes = {
+            key: otlp_wire.read_any_value(body, ranges, budget)
+            for key, ranges in (span.attributes or {}).items()
+        }
+    except (otlp_wire.WireError, UnicodeDecodeError):
+        result.reject(Rejection.INVALID_ATTRIBUTE, service, span.span_id)
+        return
+
+    _count_span(
+        result,
+        registry.record,
+        service,
+        own_routes,
+        attributes,
+        span,
+        span.status_code == STATUS_CODE_ERROR,
+    )
 
 
 def ingest(
@@ -139,7 +330,7 @@ def ingest(
     registry: VelocityRegistry,
     own_templates: OwnTemplates | None = None,
 ) -> IngestResult:
-    """Count each valid SERVER span of ``request`` in ``registry``.
+    """Count each valid SERVER span of a decoded ``request`` in ``registry``.
 
     Other span kinds are skipped without checks because they are never counted. A SERVER span
     with an invalid id or timestamp is rejected and the rest of the request is still counted.
@@ -157,46 +348,103 @@ def ingest(
                     result.other_spans += 1
                     continue
 
-                trace_id = span.trace_id
-                span_id = span.span_id
-                start_ns = span.start_time_unix_nano
-                end_ns = span.end_time_unix_nano
-                if len(trace_id) != TRACE_ID_BYTES or not any(trace_id):
-                    result.reject(Rejection.TRACE_ID, service, span_id)
-                    continue
-                if len(span_id) != SPAN_ID_BYTES or not any(span_id):
-                    result.reject(Rejection.SPAN_ID, service, span_id)
-                    continue
-                if start_ns == 0 or end_ns == 0:
-                    result.reject(Rejection.MISSING_TIME, service, span_id)
-                    continue
-                if end_ns < start_ns:
-                    result.reject(Rejection.END_BEFORE_START, service, span_id)
+                rejection = _check_span(
+                    span.trace_id, span.span_id, span.start_time_unix_nano, span.end_time_unix_nano
+                )
+                if rejection is not None:
+                    result.reject(rejection, service, span.span_id)
                     continue
 
                 attributes = {}
                 for key_value in span.attributes:
                     if key_value.key in ROUTE_ATTRIBUTES:
                         attributes[key_value.key] = _attribute_value(key_value.value)
-
-                key = route_key(attributes)
-                if key.route in own_routes:
-                    result.own_spans += 1
-                    continue
-
-                status_code = response_status_code(attributes)
-                is_error = is_server_error(status_code, span.status.code == STATUS_CODE_ERROR)
-                record(
+                _count_span(
+                    result,
+                    record,
                     service,
-                    key,
-                    (end_ns - start_ns) / 1e6,
-                    is_error,
-                    status_code,
-                    int.from_bytes(trace_id, "big"),
-                    int.from_bytes(span_id, "big"),
+                    own_routes,
+                    attributes,
+                    span,
+                    span.status.code == STATUS_CODE_ERROR,
                 )
-                result.server_spans += 1
     return result
+
+
+def estimate_json_decode_bytes(body: bytes) -> int:
+    """Estimate the memory that decoding a JSON body takes, from counts of its characters.
+
+    json.loads makes a dict or list for each bracket (64 to 250 bytes on CPython 3.11), a str
+    for each pair of quotes (about 55 bytes and up) and a pointer or number for each comma. The
+    weights below overestimate the worst cases measured ("[{},...]", '["ab",...]', "[1.5,...]")
+    and come within 10 % of the SDK's encoding of real spans.
+    """
+    brackets = body.count(b"{") + body.count(b"[")
+    return len(body) + 80 * brackets + 32 * body.count(b'"') + 40 * body.count(b",")
+
+
+class _TimedSpan(Protocol):
+    """The span fields that ``_count_span`` reads, of ``Span`` and ``otlp_wire.SpanFields``."""
+
+    @property
+    def trace_id(self) -> bytes: ...
+    @property
+    def span_id(self) -> bytes: ...
+    @property
+    def start_time_unix_nano(self) -> int: ...
+    @property
+    def end_time_unix_nano(self) -> int: ...
+
+
+def _check_span(trace_id: bytes, span_id: bytes, start_ns: int, end_ns: int) -> Rejection | None:
+    if len(trace_id) != TRACE_ID_BYTES or not any(trace_id):
+        return Rejection.TRACE_ID
+    if len(span_id) != SPAN_ID_BYTES or not any(span_id):
+        return Rejection.SPAN_ID
+    if start_ns == 0 or end_ns == 0:
+        return Rejection.MISSING_TIME
+    if end_ns < start_ns:
+        return Rejection.END_BEFORE_START
+    if end_ns - start_ns > MAX_SPAN_DURATION_NS:
+        return Rejection.TOO_LONG
+    return None
+
+
+def _count_span(
+    result: IngestResult,
+    record: Callable[..., None],
+    service: str,
+    own_routes: Container[str],
+    attributes: Mapping[str, object],
+    span: _TimedSpan,
+    span_status_is_error: bool,
+) -> None:
+    """Record one checked SERVER span, unless its route is one of the service's own."""
+    key = route_key(attributes)
+    if key.route in own_routes:
+        result.own_spans += 1
+        return
+
+    status_code = response_status_code(attributes)
+    start_ns = span.start_time_unix_nano
+    end_ns = span.end_time_unix_nano
+    record(
+        service,
+        key,
+        (end_ns - start_ns) / 1e6,
+        is_server_error(status_code, span_status_is_error),
+        status_code,
+        int.from_bytes(span.trace_id, "big"),
+        int.from_bytes(span.span_id, "big"),
+    )
+    result.server_spans += 1
+
+
+def _protobuf_error(reason: str) -> str:
+    return (
+        f"the body is not a protobuf ExportTraceServiceRequest ({reason}); "
+        "send the serialized message with Content-Type: application/x-protobuf"
+    )
 
 
 def export_response(result: IngestResult) -> ExportTraceServiceResponse:
@@ -231,6 +479,7 @@ def _service_name(resource: Resource) -> str:
 
 
 def _attribute_value(value: AnyValue) -> object:
+    """Return the value as ``otlp_wire.read_any_value`` does, so both decoders agree."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -238,7 +487,9 @@ def _attribute_value(value: AnyValue) -> object:
         return value.int_value
     if kind is None:
         return None
-    return getattr(value, kind)
+    if kind in ("bool_value", "double_value", "bytes_value"):
+        return getattr(value, kind)
+    return otlp_wire.UNSUPPORTED_VALUE
 
 
 def _parse_json(body: bytes) -> ExportTraceServiceRequest:
@@ -248,6 +499,8 @@ def _parse_json(body: bytes) -> ExportTraceServiceRequest:
         raise MalformedRequest(
             f"the body is not valid JSON ({error}); send an OTLP/JSON ExportTraceServiceRequest"
         ) from None
+    except RecursionError:
+        raise MalformedRequest(_TOO_DEEP) from None
 
     request = ExportTraceServiceRequest()
     try:
@@ -257,7 +510,16 @@ def _parse_json(body: bytes) -> ExportTraceServiceRequest:
             f"the JSON body is not an OTLP ExportTraceServiceRequest ({error}); field names "
             "are lowerCamelCase, ids hex strings and enums integers"
         ) from None
+    except RecursionError:
+        raise MalformedRequest(_TOO_DEEP) from None
     return request
+
+
+# Python's JSON and protobuf parsers recurse once per level and stop at the interpreter's limit.
+_TOO_DEEP = (
+    "the JSON body is nested too deeply to parse (about a thousand levels are the limit); "
+    "flatten nested arrays and key-value lists in attributes"
+)
 
 
 def _slim_json_request(document: object) -> dict[str, Any]:

@@ -5,40 +5,47 @@ docs/specification.md):
 
 * binary protobuf or JSON, chosen by Content-Type, and the response in the same encoding;
 * ``Content-Encoding: gzip``, with the body limit applied before and after decompression (413);
-* 400 with a ``google.rpc.Status`` for a body that cannot be decoded;
-* 200 with ``partial_success`` when some spans are rejected.
+* 400 with a ``google.rpc.Status`` for a body that cannot be decoded, and 413 for one that would
+  take more memory or work to decode than ``otlp.ingest_body`` allows;
+* 200 with ``partial_success`` when some spans are rejected;
+* 429 or 503 with ``Retry-After`` when the service is overloaded (see ``throttle.IngestLimiter``);
+* 200 for an empty body, which the specification calls an empty request.
 
 Unsupported content types and content codings get 415, with the Status in JSON because the
-request's encoding is unknown.
+request's encoding is unknown. A body that does not arrive within ``VELOCITY_BODY_TIMEOUT_S``
+gets 408.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from otel_velocity import VelocityRegistry
 from otel_velocity_service.auth import UNAUTHORIZED_DETAIL, TokenCheck
 from otel_velocity_service.otlp import (
+    DecodeLimitExceeded,
     Encoding,
     IngestResult,
     MalformedRequest,
     export_response,
-    ingest,
-    parse_request,
+    ingest_body,
     serialize,
     status_message,
 )
 from otel_velocity_service.own_routes import OwnRoutes
 from otel_velocity_service.schema import OtlpExportResult, OtlpStatus
-from otel_velocity_service.throttle import LogThrottle
+from otel_velocity_service.throttle import IngestLimiter, LogThrottle, Reservation
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +53,26 @@ logger = logging.getLogger(__name__)
 RPC_INVALID_ARGUMENT = 3
 RPC_RESOURCE_EXHAUSTED = 8
 RPC_INTERNAL = 13
+RPC_UNAVAILABLE = 14
 RPC_UNAUTHENTICATED = 16
 
 GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
 IDENTITY_CODINGS = frozenset({"", "identity"})
 
 _CONTENT_TYPES = {encoding.value: encoding for encoding in Encoding}
+
+
+class Overloaded(Exception):
+    """Raised when the service cannot take a request now: 429 or 503, both retryable."""
+
+    def __init__(self, status: int, message: str, retry_after_s: int) -> None:
+        super().__init__(f"{message}; retry after {retry_after_s} s, as Retry-After says")
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class BodyTimeout(Exception):
+    """Raised when a request body does not arrive within the body timeout."""
 
 
 class BodyTooLarge(Exception):
@@ -72,6 +93,8 @@ class IngestTotals:
     server_spans: int = 0
     rejected_spans: int = 0
     own_spans: int = 0
+    # Requests rejected with 429 or 503 because the service was overloaded.
+    overloaded_requests: int = 0
 
     def add(self, result: IngestResult) -> None:
         # NOTE: unlocked increments can lose a count under concurrent requests; these totals
@@ -86,6 +109,8 @@ def create_otlp_router(
     registry: VelocityRegistry,
     *,
     max_body_bytes: int,
+    limiter: IngestLimiter,
+    body_timeout_s: float,
     token_check: TokenCheck,
     own_routes: OwnRoutes,
     totals: IngestTotals,
@@ -118,22 +143,42 @@ def create_otlp_router(
             return _status_response(415, RPC_INVALID_ARGUMENT, message, reply_encoding)
 
         try:
-            body = await _read_body(request, max_body_bytes)
-            result = await run_in_threadpool(
-                _decode_and_ingest,
-                body,
+            result = await _receive_and_ingest(
+                request,
                 encoding,
                 coding in GZIP_CODINGS,
-                max_body_bytes,
-                registry,
-                own_routes,
+                max_body_bytes=max_body_bytes,
+                limiter=limiter,
+                body_timeout_s=body_timeout_s,
+                registry=registry,
+                own_routes=own_routes,
             )
-        except BodyTooLarge as error:
+        except (BodyTooLarge, DecodeLimitExceeded) as error:
             _log_rejected(throttle, "too-large", request_id, client, 413, str(error))
             return _status_response(413, RPC_RESOURCE_EXHAUSTED, str(error), reply_encoding)
         except MalformedRequest as error:
             _log_rejected(throttle, "malformed", request_id, client, 400, str(error))
             return _status_response(400, RPC_INVALID_ARGUMENT, str(error), reply_encoding)
+        except Overloaded as error:
+            totals.overloaded_requests += 1
+            _log_rejected(throttle, "overloaded", request_id, client, error.status, str(error))
+            code = RPC_RESOURCE_EXHAUSTED if error.status == 429 else RPC_UNAVAILABLE
+            return _status_response(
+                error.status,
+                code,
+                str(error),
+                reply_encoding,
+                {"Retry-After": str(error.retry_after_s)},
+            )
+        except BodyTimeout as error:
+            _log_rejected(throttle, "timeout", request_id, client, 408, str(error))
+            return _status_response(408, RPC_INVALID_ARGUMENT, str(error), reply_encoding)
+        except ClientDisconnect:
+            # The client is gone, so this response is never read. Its exporter sends the batch
+            # again if it still can.
+            message = "the client disconnected before its spans were counted"
+            _log_rejected(throttle, "disconnected", request_id, client, 400, message)
+            return _status_response(400, RPC_INVALID_ARGUMENT, message, reply_encoding)
         except Exception:  # Any fault still gets an OTLP Status response, and is logged.
             logger.exception(
                 "otel-velocity service: export request %d from %s failed", request_id, client
@@ -177,6 +222,75 @@ def create_otlp_router(
     return router
 
 
+async def _receive_and_ingest(
+    request: Request,
+    encoding: Encoding,
+    gzipped: bool,
+    *,
+    max_body_bytes: int,
+    limiter: IngestLimiter,
+    body_timeout_s: float,
+    registry: VelocityRegistry,
+    own_routes: OwnRoutes,
+) -> IngestResult:
+    """Read the body within the limiter's bytes, then decode and count it on a worker.
+
+    Raises ``Overloaded`` before the body is read when its Content-Length does not fit the
+    pending bytes, while it is read when a body without one stops fitting, and after it is
+    read when no worker is free within ``max_wait_s``.
+    """
+    declared = request.headers.get("content-length", "")
+    # isascii: str.isdigit also accepts digits such as "²" that int() rejects.
+    declared_bytes = int(declared) if declared.isascii() and declared.isdigit() else 0
+    if declared_bytes > max_body_bytes:
+        raise BodyTooLarge(max_body_bytes, "compressed" if gzipped else "uncompressed")
+    reservation = limiter.reserve(declared_bytes)
+    if reservation is None:
+        raise _pending_bytes_full(limiter)
+
+    try:
+        body = await _read_body(request, max_body_bytes, gzipped, reservation, body_timeout_s)
+        if not await limiter.acquire_worker():
+            raise Overloaded(
+                503,
+                f"the service is overloaded: no decoding worker was free within "
+                f"{limiter.max_wait_s:g} s",
+                limiter.retry_after_s(),
+            )
+        started_s = time.perf_counter()
+        try:
+            # An exporter that timed out while this request waited sends the batch again, so
+            # counting this copy would count its spans twice.
+            if await request.is_disconnected():
+                raise ClientDisconnect
+            return await anyio.to_thread.run_sync(
+                partial(
+                    _decode_and_ingest,
+                    body,
+                    encoding,
+                    gzipped,
+                    max_body_bytes,
+                    registry,
+                    own_routes,
+                ),
+                limiter=limiter.thread_limiter,
+            )
+        finally:
+            limiter.release_worker(len(body), time.perf_counter() - started_s)
+    finally:
+        reservation.release()
+
+
+def _pending_bytes_full(limiter: IngestLimiter) -> Overloaded:
+    return Overloaded(
+        429,
+        f"the service is overloaded: {limiter.pending_bytes} bytes of export requests are "
+        f"waiting to be counted, and the limit is {limiter.max_pending_bytes} "
+        "(VELOCITY_MAX_PENDING_BYTES)",
+        limiter.retry_after_s(),
+    )
+
+
 def _decode_and_ingest(
     body: bytes,
     encoding: Encoding,
@@ -187,21 +301,31 @@ def _decode_and_ingest(
 ) -> IngestResult:
     if gzipped:
         body = gunzip(body, max_body_bytes)
-    return ingest(parse_request(body, encoding), registry, own_routes.templates_for)
+    return ingest_body(body, encoding, registry, own_routes.templates_for)
 
 
-async def _read_body(request: Request, limit_bytes: int) -> bytes:
-    """Read the body, stopping as soon as it exceeds ``limit_bytes``."""
-    stage = "compressed" if _is_gzipped(request) else "uncompressed"
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit_bytes:
-        raise BodyTooLarge(limit_bytes, stage)
-
+async def _read_body(
+    request: Request,
+    limit_bytes: int,
+    gzipped: bool,
+    reservation: Reservation,
+    timeout_s: float,
+) -> bytes:
+    """Read the body, stopping as soon as it exceeds ``limit_bytes`` or the reservation."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit_bytes:
-            raise BodyTooLarge(limit_bytes, stage)
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit_bytes:
+                    raise BodyTooLarge(limit_bytes, "compressed" if gzipped else "uncompressed")
+                if not reservation.grow_to(len(body)):
+                    raise _pending_bytes_full(reservation.limiter)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout_s:g} s ({len(body)} bytes "
+            "received): check the network, or send smaller batches"
+        ) from None
     return bytes(body)
 
 
@@ -233,12 +357,15 @@ def gunzip(data: bytes, limit_bytes: int) -> bytes:
     return bytes(output)
 
 
-def _is_gzipped(request: Request) -> bool:
-    return request.headers.get("content-encoding", "").strip().lower() in GZIP_CODINGS
-
-
-def _status_response(status: int, code: int, message: str, encoding: Encoding) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _status_response(
+    status: int,
+    code: int,
+    message: str,
+    encoding: Encoding,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     return Response(
         serialize(status_message(code, message), encoding),
         status_code=status,
@@ -290,9 +417,33 @@ _OPENAPI_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "VELOCITY_TOKEN is set and the token is missing.",
         "content": _PROTOBUF_CONTENT,
     },
+    408: {
+        "model": OtlpStatus,
+        "description": "The body did not arrive within VELOCITY_BODY_TIMEOUT_S.",
+        "content": _PROTOBUF_CONTENT,
+    },
     413: {
         "model": OtlpStatus,
-        "description": "The body exceeds VELOCITY_MAX_BODY_BYTES.",
+        "description": (
+            "The body exceeds VELOCITY_MAX_BODY_BYTES, or a JSON body would take more than "
+            "64 MiB to decode."
+        ),
+        "content": _PROTOBUF_CONTENT,
+    },
+    429: {
+        "model": OtlpStatus,
+        "description": (
+            "Overloaded: VELOCITY_MAX_PENDING_BYTES of requests are waiting. Retry after the "
+            "Retry-After header's seconds."
+        ),
+        "content": _PROTOBUF_CONTENT,
+    },
+    503: {
+        "model": OtlpStatus,
+        "description": (
+            "Overloaded: no decoding worker was free within VELOCITY_MAX_QUEUE_WAIT_S. Retry "
+            "after the Retry-After header's seconds."
+        ),
         "content": _PROTOBUF_CONTENT,
     },
     415: {
