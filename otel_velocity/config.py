@@ -17,7 +17,7 @@ from otel_velocity.windows import WindowSettings
 
 @dataclass(frozen=True)
 class SentrySettings:
-    """Where and how the Sentry correlation reports; inactive without a DSN."""
+    """Settings of the Sentry correlation, which stays inactive without a DSN."""
 
     dsn: str | None = None
     release: str | None = None

@@ -139,7 +139,7 @@ class SentryCorrelation:
 
 
 def _exception_status(hint: Hint) -> int | None:
-    """Return the status an exception will answer with, while the response is not sent yet.
+    """Return the status an exception will respond with, while the response is not sent yet.
 
     HTTP exceptions of Starlette, FastAPI and Werkzeug carry ``status_code`` or ``code``; any
     other exception that escapes a handler becomes a 500 in those frameworks.
