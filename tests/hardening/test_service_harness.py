@@ -20,10 +20,9 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from otel_velocity_service import ServiceSettings, create_app
 
 from otel_velocity import VelocityRegistry, WindowSettings
+from tests.support.uvicorn_thread import serve_in_thread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTOBUF = "application/x-protobuf"
@@ -75,32 +74,9 @@ class ManualClock:
         self.now_s += seconds
 
 
-@contextmanager
-def serve_app(app: Any, *, access_log: bool = False) -> Iterator[str]:
+def serve_app(app: Any, *, access_log: bool = False) -> AbstractContextManager[str]:
     """Serve an ASGI app with uvicorn on a free 127.0.0.1 port; yield its base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    config = uvicorn.Config(app, log_level="info", access_log=access_log, log_config=None)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [listener]}, name="hardening-uvicorn", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-        time.sleep(0.02)
-
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_START_TIMEOUT_S)
-        listener.close()
+    return serve_in_thread(app, log_level="info", access_log=access_log, log_config=None)
 
 
 @dataclass

@@ -5,17 +5,14 @@ so these tests import ``otel_velocity_service`` without installing it.
 """
 
 import base64
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -41,6 +38,7 @@ from page_fixtures import (  # noqa: F401
 )
 
 from otel_velocity import VelocityRegistry, WindowSettings
+from tests.support.uvicorn_thread import serve_in_thread
 
 # --- The real service, spans and a manual clock, for test_api_*, test_otlp_* and test_demo ---
 
@@ -62,31 +60,9 @@ class ManualClock:
         self.now_s += seconds
 
 
-@contextmanager
-def serve_app(app: Any) -> Iterator[str]:
+def serve_app(app: Any) -> AbstractContextManager[str]:
     """Serve an ASGI app with uvicorn on a free 127.0.0.1 port; yield its base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [listener]}, name="service-uvicorn", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-        time.sleep(0.02)
-
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVICE_START_TIMEOUT_S)
-        listener.close()
+    return serve_in_thread(app)
 
 
 @dataclass

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+
+from tests.support.uvicorn_thread import serve_in_thread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATIC_DIR = REPO_ROOT / "service" / "otel_velocity_service" / "static"
@@ -197,34 +196,9 @@ def build_app(stub: VelocityStub) -> FastAPI:
     return app
 
 
-@contextmanager
-def run_server(app: FastAPI) -> Iterator[str]:
+def run_server(app: FastAPI) -> AbstractContextManager[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port and yield its base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [listener]}, name="velocity-uvicorn", daemon=True
-    )
-    thread.start()
-
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-        time.sleep(0.02)
-
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_START_TIMEOUT_S)
-        listener.close()
+    return serve_in_thread(app, lifespan="off")
 
 
 @dataclass(frozen=True)
@@ -257,9 +231,13 @@ def velocity_server(velocity_server_session: VelocityServer) -> VelocityServer:
     return velocity_server_session
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright."""
+    """Headless Debian Chromium driven by Playwright.
+
+    Module scope: Playwright's sync API runs an event loop in the main thread while it is open,
+    and ``asyncio.run`` in any later test would fail.
+    """
     if not Path(CHROMIUM_PATH).exists():
         # CI installs chromium with .ci/bootstrap, so a missing browser there is a failure.
         skip_or_fail = pytest.fail if os.environ.get("CI") else pytest.skip
