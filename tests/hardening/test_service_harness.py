@@ -34,6 +34,8 @@ from fastapi import FastAPI
 from otel_velocity_service import ServiceSettings, create_app
 
 from otel_velocity import VelocityRegistry, WindowSettings
+from tests.support.browser import launch_chromium
+from tests.support.clock import ManualClock
 from tests.support.uvicorn_thread import serve_in_thread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,37 +43,10 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
 # A Unix time on a 10-second bucket boundary, so window arithmetic in tests is exact.
-START_S = 1_700_000_000.0
-SERVER_START_TIMEOUT_S = 10.0
 PROCESS_START_TIMEOUT_S = 30.0
-
-CHROMIUM_PATH = os.environ.get("VELOCITY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # --- The service in this process ------------------------------------------------------------------
-
-
-class ManualClock:
-    """A clock that moves only when a test calls ``advance``."""
-
-    def __init__(self, now_s: float = START_S) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 def serve_app(app: Any, *, access_log: bool = False) -> AbstractContextManager[str]:
@@ -429,21 +404,9 @@ class pb:  # A namespace of builders, read as pb.span(...) and pb.request(...).
 
 @pytest.fixture(name="chromium", scope="module")
 def chromium_fixture() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright."""
-    if not Path(CHROMIUM_PATH).exists():
-        skip_or_fail = pytest.fail if os.environ.get("CI") else pytest.skip
-        skip_or_fail(
-            f"Chromium not found at {CHROMIUM_PATH}: run 'apt-get install -y chromium' "
-            "or set VELOCITY_CHROMIUM to the browser path."
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    """Headless Debian Chromium driven by Playwright, open for one test module."""
+    with launch_chromium() as browser:
+        yield browser
 
 
 @dataclass

@@ -38,26 +38,10 @@ from page_fixtures import (  # noqa: F401
 )
 
 from otel_velocity import VelocityRegistry, WindowSettings
+from tests.support.clock import ManualClock
 from tests.support.uvicorn_thread import serve_in_thread
 
 # --- The real service, spans and a manual clock, for test_api_*, test_otlp_* and test_demo ---
-
-# A Unix time on a 10-second bucket boundary, so window arithmetic in tests is exact.
-START_S = 1_700_000_000.0
-SERVICE_START_TIMEOUT_S = 10.0
-
-
-class ManualClock:
-    """A clock that moves only when a test calls ``advance``; registries read it as time.time."""
-
-    def __init__(self, now_s: float = START_S) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 def serve_app(app: Any) -> AbstractContextManager[str]:

@@ -10,7 +10,6 @@ that each test fills. To test the page against the real service, replace
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -24,24 +23,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from tests.support.browser import launch_chromium
 from tests.support.uvicorn_thread import serve_in_thread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATIC_DIR = REPO_ROOT / "service" / "otel_velocity_service" / "static"
 
-CHROMIUM_PATH = os.environ.get("VELOCITY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-SERVER_START_TIMEOUT_S = 10.0
 
 Payload = dict[str, Any]
 
@@ -233,26 +220,9 @@ def velocity_server(velocity_server_session: VelocityServer) -> VelocityServer:
 
 @pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright.
-
-    Module scope: Playwright's sync API runs an event loop in the main thread while it is open,
-    and ``asyncio.run`` in any later test would fail.
-    """
-    if not Path(CHROMIUM_PATH).exists():
-        # CI installs chromium with .ci/bootstrap, so a missing browser there is a failure.
-        skip_or_fail = pytest.fail if os.environ.get("CI") else pytest.skip
-        skip_or_fail(
-            f"Chromium not found at {CHROMIUM_PATH}: run 'apt-get install -y chromium' "
-            "or set VELOCITY_CHROMIUM to the browser path."
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    """Headless Debian Chromium driven by Playwright, open for one test module."""
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -19,4 +19,3 @@ def test_entry_points_registered() -> None:
     for group, value in groups.items():
         found = {ep.name: ep.value for ep in entry_points(group=group)}
         assert found.get("otel_velocity") == value
-

@@ -5,20 +5,13 @@ from otel_velocity.registry import VelocityRegistry
 from otel_velocity.routes import RouteKey
 from otel_velocity.sketch import RELATIVE_ACCURACY
 from otel_velocity.windows import WindowSettings
+from tests.support.clock import ManualClock
 
 KEY = RouteKey("GET", "/items/{item_id}")
 START_S = 1_000_000.0  # A multiple of the 10 s bucket, so bucket edges are easy to reason about.
 
 
-class FakeClock:
-    def __init__(self, now_s: float = START_S) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
-def _registry(clock: FakeClock, **settings: float) -> VelocityRegistry:
+def _registry(clock: ManualClock, **settings: float) -> VelocityRegistry:
     return VelocityRegistry(WindowSettings(**settings), clock=clock)  # type: ignore[arg-type]
 
 
@@ -29,7 +22,7 @@ def _only_row(registry: VelocityRegistry):  # type: ignore[no-untyped-def]
 
 
 def test_window_counts_and_errors_exact() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for i in range(300):
         clock.now_s = START_S + i * 0.1
@@ -46,7 +39,7 @@ def test_window_counts_and_errors_exact() -> None:
 
 
 def test_window_quantiles_match_numpy() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     rng = np.random.default_rng(11)
     durations = rng.lognormal(mean=3.0, sigma=0.7, size=5_000)
@@ -64,7 +57,7 @@ def test_window_quantiles_match_numpy() -> None:
 
 
 def test_short_window_expires_old_buckets() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for _ in range(100):
         registry.record("shop", KEY, 10.0, False, 200)
@@ -80,7 +73,7 @@ def test_short_window_expires_old_buckets() -> None:
 
 
 def test_long_window_expires_after_five_minutes() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for _ in range(40):
         registry.record("shop", KEY, 10.0, True, 500)
@@ -94,7 +87,7 @@ def test_long_window_expires_after_five_minutes() -> None:
 
 
 def test_rps_uses_time_since_start() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     clock.now_s = START_S + 5.0
     for _ in range(50):
@@ -104,7 +97,7 @@ def test_rps_uses_time_since_start() -> None:
 
 
 def test_rps_after_long_run() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for second in range(600):
         clock.now_s = START_S + second
@@ -120,7 +113,7 @@ def test_rps_after_long_run() -> None:
 
 
 def _steady_then_slow(
-    clock: FakeClock, registry: VelocityRegistry, slow_ms: float, per_s: int
+    clock: ManualClock, registry: VelocityRegistry, slow_ms: float, per_s: int
 ) -> None:
     for second in range(900):
         clock.now_s = START_S + second
@@ -134,7 +127,7 @@ def _steady_then_slow(
 
 
 def test_regression_flag_on() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     _steady_then_slow(clock, registry, slow_ms=150.0, per_s=2)
 
@@ -146,7 +139,7 @@ def test_regression_flag_on() -> None:
 
 
 def test_regression_flag_off_below_threshold() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     _steady_then_slow(clock, registry, slow_ms=110.0, per_s=2)
 
@@ -157,7 +150,7 @@ def test_regression_flag_off_below_threshold() -> None:
 
 
 def test_regression_needs_min_samples() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock, min_samples=200)
     _steady_then_slow(clock, registry, slow_ms=300.0, per_s=2)
 
@@ -170,7 +163,7 @@ def test_regression_needs_min_samples() -> None:
 
 
 def test_baseline_covers_fifteen_minutes_before_short_window() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for second in range(0, 2000):
         clock.now_s = START_S + second
@@ -185,7 +178,7 @@ def test_baseline_covers_fifteen_minutes_before_short_window() -> None:
 
 
 def test_trend_has_one_point_per_bucket() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for second in range(600):
         clock.now_s = START_S + second
@@ -204,7 +197,7 @@ def test_trend_has_one_point_per_bucket() -> None:
 
 
 def test_idle_gap_resets_history() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     registry.record("shop", KEY, 10.0, False, 200)
     clock.now_s = START_S + 5000.0
@@ -218,7 +211,7 @@ def test_idle_gap_resets_history() -> None:
 
 
 def test_idle_route_is_dropped() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     registry.record("shop", KEY, 10.0, False, 200)
     clock.now_s = START_S + 10_000.0
@@ -227,7 +220,7 @@ def test_idle_route_is_dropped() -> None:
 
 
 def test_exemplars_keep_errors_and_slowest() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for i in range(100):
         clock.now_s = START_S + i * 0.1
@@ -249,7 +242,7 @@ def test_exemplars_keep_errors_and_slowest() -> None:
 
 
 def test_slow_exemplars_age_out() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for i in range(5):
         registry.record("shop", KEY, 900.0 + i, False, 200, i + 1, i + 1)
@@ -262,7 +255,7 @@ def test_slow_exemplars_age_out() -> None:
 
 
 def test_retained_memory_per_route_bounded() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     rng = np.random.default_rng(1)
     for second in range(0, 1000, 2):
@@ -274,7 +267,7 @@ def test_retained_memory_per_route_bounded() -> None:
 
 
 def test_regression_needs_min_delta() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     _steady_then_slow_ms(clock, registry, base_ms=2.0, slow_ms=4.0)
 
@@ -286,7 +279,7 @@ def test_regression_needs_min_delta() -> None:
 
 
 def _steady_then_slow_ms(
-    clock: FakeClock, registry: VelocityRegistry, base_ms: float, slow_ms: float
+    clock: ManualClock, registry: VelocityRegistry, base_ms: float, slow_ms: float
 ) -> None:
     for second in range(960):
         clock.now_s = START_S + second
@@ -296,7 +289,7 @@ def _steady_then_slow_ms(
 
 
 def test_rows_without_trend_then_trend() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     for second in range(120):
         clock.now_s = START_S + second
@@ -312,7 +305,7 @@ def test_rows_without_trend_then_trend() -> None:
 
 
 def test_error_exemplar_not_repeated_as_slow() -> None:
-    clock = FakeClock()
+    clock = ManualClock(START_S)
     registry = _registry(clock)
     registry.record("shop", KEY, 500.0, True, 503, 7, 8)
     registry.record("shop", KEY, 5.0, False, 200, 9, 10)
