@@ -122,15 +122,24 @@ def after_instrumentation() -> None:
         )
 
 
+# Set once an invalid setting was logged, so the post-instrument hook does not log it again.
+_invalid_setting_logged = False
+
+
 def _install_or_log() -> None:
     """Run ``install``; an invalid setting turns otel-velocity off instead of all telemetry.
 
     ``opentelemetry-instrument`` gives up on the whole start-up, instrumentors included, when
     its configurator raises, so the app would run with no tracing at all.
     """
+    global _invalid_setting_logged
+    if _invalid_setting_logged:
+        return
+
     try:
         install()
     except ValueError as error:
+        _invalid_setting_logged = True
         logger.error(
             "otel-velocity: off because of an invalid setting: %s. OpenTelemetry tracing goes "
             "on without velocity windows or Sentry correlation",

@@ -122,7 +122,7 @@ def _flush(
 
     ``BatchSpanProcessor.force_flush`` ignores its timeout (opentelemetry-sdk 1.45) and sends
     every queued batch, each of which may wait the OTLP exporter's timeout (10 s by default) on
-    an endpoint that does not answer. Each flush therefore runs in a daemon thread, and a flush
+    an endpoint that does not respond. Each flush therefore runs in a daemon thread, and a flush
     still running at the deadline is abandoned, because the process exits next.
     """
     flushes: list[tuple[str, Callable[[], object]]] = [

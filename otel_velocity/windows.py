@@ -104,7 +104,7 @@ class TrendPoint:
 
 @dataclass(frozen=True, slots=True)
 class WindowStats:
-    """What one route's windows show at one instant."""
+    """Statistics of one route's windows at one instant."""
 
     rps: float
     rps_5m: float

@@ -34,7 +34,7 @@ from otel_velocity_service.links import SentryLinkSettings, SentryNotConfigured
 
 logger = logging.getLogger(__name__)
 
-# Setting any of these asks for Sentry links, so a configuration that leaves them off is a warning.
+# Setting any of these requests Sentry links, so a configuration that leaves them off is a warning.
 _SENTRY_LINK_VARIABLES = (
     "SENTRY_ORG",
     "SENTRY_ORG_SLUG",

@@ -33,8 +33,8 @@ class IngestLimiter:
     """Bounds the request bytes in the service's memory and the requests that it decodes at once.
 
     * Every request reserves its body's bytes before they are read: its Content-Length, or the
-      bytes received so far when it has none. The reservation lasts until the request is
-      answered. When ``max_pending_bytes`` are reserved, ``reserve`` and ``grow`` fail and the
+      bytes received so far when it has none. The reservation lasts until the request has
+      its response. When ``max_pending_bytes`` are reserved, ``reserve`` and ``grow`` fail and the
       request gets 429, so bodies waiting for a worker never take more memory than that.
     * ``workers`` requests decode at once. The others wait up to ``max_wait_s`` for a worker and
       then get 503, so no request is counted after its exporter's timeout made it send the

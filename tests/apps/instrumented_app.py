@@ -19,7 +19,7 @@ app = FastAPI()
 
 
 class MaintenanceMode:
-    """Answer 503 to any path under ``/maintenance/`` before routing, so its span has no route."""
+    """Respond 503 to paths under ``/maintenance/`` before routing, so their spans have no route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

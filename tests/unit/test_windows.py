@@ -26,7 +26,11 @@ def test_window_counts_and_errors_exact() -> None:
     registry = _registry(clock)
     for i in range(300):
         clock.now_s = START_S + i * 0.1
-        status = 503 if i % 10 == 0 else (404 if i % 10 == 1 else 200)
+        status = 200
+        if i % 10 == 0:
+            status = 503
+        elif i % 10 == 1:
+            status = 404
         registry.record("shop", KEY, 20.0, status >= 500, status)
     clock.now_s = START_S + 30.0
 

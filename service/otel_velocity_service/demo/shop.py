@@ -5,7 +5,7 @@
 * ``GET /items/{item_id}``: 5 to 15 ms; ids from ``CATALOG_SIZE`` up return 404.
 * ``GET /users/{user_id}/orders``: 20 to 40 ms until ``DEMO_SLOW_AT_UNIX_S``; from then on 4
   times slower, doubling every ``DEMO_SLOW_DOUBLING_S`` seconds, up to ``MAX_SLOW_LATENCY_S``.
-* ``POST /cart/{cart_id}/checkout``: 30 to 80 ms; 5% raise an exception, answered 500.
+* ``POST /cart/{cart_id}/checkout``: 30 to 80 ms; 5% raise an exception, which returns 500.
 * ``GET /search``: 10 to 50 ms; 5% answer 503 without raising.
 * ``GET /health``: immediate.
 
